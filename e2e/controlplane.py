@@ -59,7 +59,7 @@ BUILD_TOOLS = E2E_DIR / "build-tools"
 ETCD = "etcd"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
-# Start order; stop() goes the other way so no component outlives what it needs.
+# Start order. stop() goes the other way, so no component outlives what it needs.
 COMPONENTS = (ETCD, APISERVER, CONTROLLER_MANAGER)
 
 STATE_FILE = "state.json"
@@ -86,8 +86,8 @@ def build_tools(*names: str) -> dict[str, Path]:
     paths = result.stdout.split()
     if result.returncode != 0 or len(paths) != len(names):
         raise ControlPlaneError(
-            f"{BUILD_TOOLS} {' '.join(names)} failed with exit code {result.returncode}; "
-            "its stderr above says which build step failed"
+            f"{BUILD_TOOLS} {' '.join(names)} failed with exit code {result.returncode}. "
+            "Its output above shows which build step failed."
         )
     return {name: Path(path) for name, path in zip(names, paths)}
 
@@ -177,7 +177,7 @@ class CertificateAuthority:
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
             key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
             if not isinstance(key, ec.EllipticCurvePrivateKey):
-                raise ControlPlaneError(f"{key_path} is not an ECDSA key; delete {directory} to start over")
+                raise ControlPlaneError(f"{key_path} is not an ECDSA key. Delete {directory} to create a new CA.")
             return cls(directory, cert, key)
 
         key = _new_key()
@@ -213,7 +213,7 @@ class CertificateAuthority:
     ) -> KeyPair:
         """Issue a new key and certificate, written as NAME.crt and NAME.key.
 
-        `sans` holds host names and IP addresses in any mix. `server` and
+        `sans` contains host names and IP addresses in any mix. `server` and
         `client` set the extended key usages.
         """
         key = _new_key()
@@ -248,23 +248,21 @@ class CertificateAuthority:
         return pair
 
 
-def load_or_create_signing_key(directory: Path) -> KeyPair:
-    """Load or create the ServiceAccount token signing key as sa.key and sa.pub.
+def ensure_signing_key(directory: Path) -> None:
+    """Create the ServiceAccount token signing key as sa.key and sa.pub unless both exist.
 
-    The KeyPair's `cert` field holds the public key, which is what
-    kube-apiserver's --service-account-key-file expects.
+    kube-apiserver signs tokens with sa.key and verifies them with sa.pub.
     """
-    pair = KeyPair(directory / "sa.pub", directory / "sa.key")
-    if pair.cert.exists() and pair.key.exists():
-        return pair
+    private_path, public_path = directory / "sa.key", directory / "sa.pub"
+    if private_path.exists() and public_path.exists():
+        return
     key = _new_key()
-    _write_private_key(pair.key, key)
-    pair.cert.write_bytes(
+    _write_private_key(private_path, key)
+    public_path.write_bytes(
         key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    return pair
 
 
 def write_kubeconfig(path: Path, server: str, ca_pem: bytes, client: KeyPair, user: str) -> None:
@@ -456,16 +454,41 @@ def http_ok(url: str, context: ssl.SSLContext | None, timeout: float = 2.0) -> b
         return False
 
 
+def api_request(
+    server_url: str, context: ssl.SSLContext, method: str, path: str, body: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Send one JSON request to kube-apiserver and return the decoded response.
+
+    Raises urllib.error.HTTPError for error statuses, so callers can check `code`.
+    """
+    request = urllib.request.Request(
+        server_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    with opener.open(request, timeout=10.0) as response:
+        document: dict[str, Any] = json.loads(response.read())
+    return document
+
+
 def wait_until_ready(process: Process, probe: Callable[[], bool], timeout: float) -> None:
-    """Poll probe until it returns True, failing early if the process exits."""
+    """Poll probe until it returns True, failing early if the process exits.
+
+    The exit check comes first: a port that the process failed to bind may
+    belong to another server, which the probe would then reach.
+    """
     deadline = time.monotonic() + timeout
-    while not probe():
+    while True:
         if not process.is_running():
             code = process.popen.returncode if process.popen else "unknown"
             raise ControlPlaneError(
                 f"{process.name} exited with code {code} during startup; see {process.log_path}. "
                 f"Last lines of its log:\n{process.log_tail()}"
             )
+        if probe():
+            return
         if time.monotonic() > deadline:
             raise ControlPlaneError(
                 f"{process.name} was not ready after {timeout:.0f}s; see {process.log_path}. "
@@ -483,7 +506,7 @@ def _url_host(address: str) -> str:
 
 @dataclass
 class Ports:
-    """TCP ports of the components; 0 means pick a free port at start()."""
+    """TCP ports of the components. A port of 0 is replaced by a free one at start()."""
 
     etcd_client: int = 0
     etcd_peer: int = 0
@@ -503,14 +526,23 @@ _PORT_RETRIES = 3
 class ControlPlane:
     """etcd, kube-apiserver and kube-controller-manager under one work directory.
 
-    kube-apiserver listens on `bind_address` (secure port only); etcd and
+    kube-apiserver serves only its secure port, on `bind_address`. etcd and
     kube-controller-manager listen on 127.0.0.1 because only the apiserver
-    and the readiness checks talk to them. `advertise_address` is the address
-    the apiserver publishes for the `kubernetes` Service; it defaults to
-    `bind_address`. `extra_sans` adds host names or IP addresses to the
-    apiserver serving certificate. `extra_args` maps a component name to
-    flags appended after the defaults, and since the components use the last
-    value of a repeated flag, it can also override a default.
+    and the readiness checks talk to them.
+
+    `advertise_address` is the address the apiserver publishes as the
+    endpoint of the `kubernetes` Service. Endpoints reject loopback
+    addresses, so when it is None and `bind_address` is loopback,
+    kube-apiserver v1.34 publishes the host's default interface address,
+    where nothing listens. Set it when pods must reach the apiserver.
+
+    `extra_sans` adds host names or IP addresses to the apiserver serving
+    certificate. `extra_args` maps a component name to flags appended after
+    the defaults. The components use the last value of a repeated flag, so
+    these can also override a default. `binaries` maps component names to
+    binaries to use instead of building them with e2e/build-tools.
+    `startup_timeout` and `stop_timeout` are seconds per component. With
+    `detach`, the components keep running when this Python process exits.
 
     The CA, the ServiceAccount signing key and the etcd data are kept across
     restarts in the same work directory, while leaf certificates, kubeconfigs
@@ -632,6 +664,7 @@ class ControlPlane:
             self._start_component(APISERVER, self._apiserver_args, self._apiserver_ready)
             self._write_kubeconfigs()
             self._start_component(CONTROLLER_MANAGER, self._controller_manager_args, self._controller_manager_ready)
+            self._wait_for_garbage_collector()
         except BaseException:
             self.stop()
             raise
@@ -639,7 +672,10 @@ class ControlPlane:
         log.info("control plane ready at %s in %.1fs", self.server_url, time.monotonic() - began)
 
     def stop(self) -> None:
-        """Stop every component, newest first; a component that ignores SIGTERM gets SIGKILL."""
+        """Stop every component, newest first.
+
+        A component that ignores SIGTERM for stop_timeout seconds gets SIGKILL.
+        """
         errors = []
         for name in reversed(COMPONENTS):
             process = self.processes.pop(name, None)
@@ -662,14 +698,14 @@ class ControlPlane:
 
     def _prepare_pki(self) -> None:
         self.ca = CertificateAuthority.load_or_create(self.pki_dir)
-        load_or_create_signing_key(self.pki_dir)
+        ensure_signing_key(self.pki_dir)
         service_names = [
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
             f"kubernetes.default.svc.{self.cluster_domain}",
         ]
-        addresses = [self.bind_address, self.client_host, self.service_ip]
+        addresses = [self.client_host, self.service_ip]
         if self.advertise_address:
             addresses.append(self.advertise_address)
         self.ca.issue(
@@ -677,7 +713,7 @@ class ControlPlane:
             sans=["localhost", "127.0.0.1", "::1", *service_names, *addresses, *self.extra_sans],
         )
         self.ca.issue("admin", "berth-admin", organizations=["system:masters"], client=True)
-        # kube-controller-manager runs as this user; RBAC's bootstrap policy
+        # kube-controller-manager runs as this user. RBAC's bootstrap policy
         # grants it the system:kube-controller-manager ClusterRole.
         self.ca.issue(CONTROLLER_MANAGER, "system:kube-controller-manager", client=True)
 
@@ -706,7 +742,7 @@ class ControlPlane:
                 return
             except ControlPlaneError:
                 lost_port = "address already in use" in process.log_tail(lines=200)
-                if not (lost_port and self._ports_are_picked(name) and attempt < _PORT_RETRIES):
+                if not (lost_port and self._may_repick_ports(name) and attempt < _PORT_RETRIES):
                     raise
                 log.warning("%s lost its port to another process; retrying with new ports", name)
                 stop_process(self.processes.pop(name), self.stop_timeout)
@@ -719,7 +755,8 @@ class ControlPlane:
             if getattr(self.ports, port_name) == 0:
                 setattr(self.ports, port_name, pick_free_port(host))
 
-    def _ports_are_picked(self, name: str) -> bool:
+    def _may_repick_ports(self, name: str) -> bool:
+        """Tell whether the caller left all ports of this component for start() to pick."""
         return all(getattr(self.requested_ports, port) == 0 for port in _COMPONENT_PORTS[name])
 
     def _write_state(self) -> None:
@@ -729,7 +766,10 @@ class ControlPlane:
             "ports": asdict(self.ports),
             "components": {name: process.to_record() for name, process in self.processes.items()},
         }
-        self.state_file.write_text(json.dumps(state, indent=2) + "\n")
+        # Write and rename, so `down` never reads a half-written file.
+        partial = self.state_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(state, indent=2) + "\n")
+        partial.replace(self.state_file)
 
     # Readiness probes.
 
@@ -743,7 +783,7 @@ class ControlPlane:
         return http_ok(f"http://127.0.0.1:{self.ports.etcd_client}/readyz", None)
 
     def _apiserver_ready(self) -> bool:
-        # /readyz turns 200 only after the post-start hooks ran, which include
+        # /readyz returns 200 only after the post-start hooks ran, which include
         # creating the bootstrap RBAC roles and the system priority levels.
         return http_ok(f"{self.server_url}/readyz", self._client_ssl_context())
 
@@ -755,6 +795,36 @@ class ControlPlane:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return http_ok(f"https://127.0.0.1:{self.ports.controller_manager}/healthz", context)
+
+    def _wait_for_garbage_collector(self) -> None:
+        """Wait until the garbage collector deletes the dependent of a deleted owner.
+
+        In kube-controller-manager v1.34 the collector does nothing until its
+        first cache sync, and if API resources change during that sync (a
+        test installing and removing a CRD) it waits 30 seconds before it
+        proceeds. Waiting here keeps that stall out of the tests.
+        """
+        context = self._client_ssl_context()
+        configmaps = "/api/v1/namespaces/kube-system/configmaps"
+
+        def create(metadata: dict[str, Any]) -> dict[str, Any]:
+            body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
+            return api_request(self.server_url, context, "POST", configmaps, body)
+
+        # generateName avoids clashes with probes left by an interrupted start.
+        owner = create({"generateName": "berth-gc-probe-owner-"})["metadata"]
+        reference = {"apiVersion": "v1", "kind": "ConfigMap", "name": owner["name"], "uid": owner["uid"]}
+        dependent = create({"generateName": "berth-gc-probe-dependent-", "ownerReferences": [reference]})["metadata"]
+        api_request(self.server_url, context, "DELETE", f"{configmaps}/{owner['name']}")
+
+        def dependent_deleted() -> bool:
+            try:
+                api_request(self.server_url, context, "GET", f"{configmaps}/{dependent['name']}")
+            except urllib.error.HTTPError as error:
+                return error.code == 404
+            return False
+
+        wait_until_ready(self.processes[CONTROLLER_MANAGER], dependent_deleted, self.startup_timeout)
 
     # Command lines.
 
@@ -820,6 +890,11 @@ class ControlPlane:
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--cluster-signing-cert-file={self.ca_cert}",
             f"--cluster-signing-key-file={pki / 'ca.key'}",
+            # With the default client limits (20 QPS, burst 30) fetching a
+            # token for each controller's ServiceAccount delayed the start of
+            # all controllers by about 5 seconds on a 2-CPU machine.
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
         ]
 
 
@@ -833,7 +908,10 @@ def read_state(workdir: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise ControlPlaneError(f"cannot read {workdir / STATE_FILE}: {error}; run `down` and then `up`") from error
+        raise ControlPlaneError(
+            f"invalid state file {workdir / STATE_FILE}: {error}. Stop the etcd, kube-apiserver and "
+            f"kube-controller-manager processes that use {workdir}, delete the file and run `up` again."
+        ) from error
     return state
 
 
@@ -891,7 +969,10 @@ def command_up(workdir: Path) -> int:
 
 
 def command_down(workdir: Path) -> int:
-    """Stop the control plane recorded in workdir; its data stays for the next `up`."""
+    """Stop the control plane recorded in the state directory.
+
+    The PKI and etcd data stay, so the next `up` brings back the same cluster.
+    """
     with _locked(workdir):
         stop_recorded(workdir)
     log.info("control plane in %s is stopped", workdir)
@@ -899,7 +980,10 @@ def command_down(workdir: Path) -> int:
 
 
 def command_status(workdir: Path) -> int:
-    """Print each component's PID and state; exit 0 only when all run and the apiserver is ready."""
+    """Print each component's PID and whether the apiserver is ready.
+
+    Returns exit code 0 only when all components run and the apiserver is ready.
+    """
     state = read_state(workdir)
     if state is None:
         print(f"not running (no {workdir / STATE_FILE})")

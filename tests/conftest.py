@@ -67,12 +67,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = Path(item.path)
         if INTEGRATION_DIR in path.parents:
             item.add_marker(pytest.mark.integration)
-        if UNIT_DIR in path.parents and CLUSTER_FIXTURES.intersection(item.fixturenames):
+        # Only test functions have fixtures; doctest items, for example, do not.
+        fixture_names = getattr(item, "fixturenames", ())
+        if UNIT_DIR in path.parents and CLUSTER_FIXTURES.intersection(fixture_names):
             offenders.append(item.nodeid)
     if offenders:
         raise pytest.UsageError(
-            "unit tests must not use cluster fixtures (" + ", ".join(sorted(CLUSTER_FIXTURES)) + "); "
-            "move these to tests/integration: " + ", ".join(offenders)
+            "unit tests must not use cluster fixtures (" + ", ".join(sorted(CLUSTER_FIXTURES)) + "). "
+            "Move these tests to tests/integration: " + ", ".join(offenders)
         )
 
 
@@ -149,14 +151,14 @@ def namespace(kube_api: kubernetes.client.ApiClient, request: pytest.FixtureRequ
 
 
 class KubectlError(subprocess.CalledProcessError):
-    """A kubectl command failed; unlike its base class, str() includes the output."""
+    """Failure of a kubectl command. Unlike its base class, str() includes stdout and stderr."""
 
     def __str__(self) -> str:
         return f"{super().__str__()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
 
 
 class Kubectl:
-    """Runs the built kubectl against the session cluster."""
+    """Callable that runs the built kubectl against the session cluster."""
 
     def __init__(self, binary: Path, kubeconfig: Path) -> None:
         self.binary = binary

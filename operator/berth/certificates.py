@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_VALIDITY = datetime.timedelta(days=3650)
+# X.509 limits a commonName to 64 characters (RFC 5280 ub-common-name); the SANs carry the full names.
+MAX_COMMON_NAME = 64
 # Backdate notBefore so a node with a slightly slow clock accepts a new certificate.
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
@@ -41,7 +43,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def make_ca(common_name: str, now: datetime.datetime) -> KeyPair:
     """Create a self-signed CA certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "berth"), x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "berth"), x509.NameAttribute(NameOID.COMMON_NAME, common_name[:MAX_COMMON_NAME])])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -67,7 +69,7 @@ def make_serving(ca: KeyPair, names: Sequence[str], now: datetime.datetime, vali
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0][:MAX_COMMON_NAME])]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())

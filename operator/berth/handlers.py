@@ -44,6 +44,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     """Set Kopf's storage and posting policy, and create the API client shared by all handlers."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=models.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=models.GROUP, key="last-handled-configuration")
+    # The resync timer needs a finalizer so Kopf can stop it before the Registry goes away.
+    settings.persistence.finalizer = f"{models.GROUP}/finalizer"
     # berth posts its own Events on condition transitions; Kopf's per-handler Events would repeat them.
     settings.posting.enabled = False
     settings.execution.max_workers = 8
@@ -51,6 +53,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     operator_settings = settings_module.from_environment()
     memo.settings = operator_settings
     memo.kube = Kube(load_api_client(), field_manager=operator_settings.field_manager)
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in with the pod's service account, or else with $KUBECONFIG as it is when the operator starts."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.resume(models.GROUP, models.VERSION, "registries")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -64,12 +65,15 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
 
 
 def load_api_client() -> kubernetes.client.ApiClient:
-    """Create an API client from the in-cluster service account, or else from the kubeconfig."""
+    """Create an API client from the in-cluster service account, or else from $KUBECONFIG or ~/.kube/config."""
+    configuration = kubernetes.client.Configuration()
     try:
-        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        kubernetes.config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.ApiClient()
+        # The client library reads $KUBECONFIG once at import, so pass it explicitly.
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        kubernetes.config.load_kube_config(config_file=path, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return kubernetes.client.ApiClient(configuration)
 
 
 class Kube:

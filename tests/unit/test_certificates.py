@@ -79,3 +79,11 @@ def test_serving_never_outlives_ca() -> None:
 
 def test_keypair_repr_hides_key() -> None:
     assert "PRIVATE" not in repr(certificates.make_ca("test CA", NOW))
+
+
+def test_long_names_fit_common_name() -> None:
+    long_name = "r" * 52 + "." + "n" * 63 + ".svc"
+    ca = certificates.make_ca(f"berth {'n' * 63}/{'r' * 52} CA", NOW)
+    serving = certificates.make_serving(ca, [long_name], NOW, 90 * DAY)
+    sans = x509.load_pem_x509_certificate(serving.cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [long_name]

@@ -1,0 +1,170 @@
+"""Fixtures for the end-to-end suite: any cluster from KUBECONFIG with berth installed by its Helm chart.
+
+The suite talks to the cluster only through real clients: kubectl (also for
+port-forwarding to registries), skopeo, crane, regctl and httpx. It expects
+berth already installed (make test-e2e does that on the local cluster;
+e2e/kind.sh on kind). Node trust for registry CAs is cluster-specific and
+comes from the command in BERTH_E2E_TRUST_REGISTRY (default:
+e2e/cluster trust-registry).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pathlib
+import re
+import secrets
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+E2E = pathlib.Path(__file__).resolve().parents[1]
+ROOT = E2E.parent
+OPERATOR_NAMESPACE = os.environ.get("BERTH_E2E_OPERATOR_NAMESPACE", "berth-system")
+# Time a new Registry gets to become Ready; the local cluster needs about 10 s.
+READY_TIMEOUT = float(os.environ.get("BERTH_E2E_READY_TIMEOUT", "120"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test here as e2e."""
+    for item in items:
+        item.add_marker(pytest.mark.e2e)
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def tool(name: str) -> str:
+    """Return the path of a Go-built client from e2e/build-tools."""
+    return subprocess.run([str(E2E / "build-tools"), name], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class Kubectl:
+    """kubectl against $KUBECONFIG."""
+
+    def __init__(self) -> None:
+        self.binary = os.environ.get("BERTH_E2E_KUBECTL") or tool("kubectl")
+
+    def __call__(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([self.binary, *args], input=input, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {shlex.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def json(self, *args: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(self(*args, "-o", "json").stdout)
+        return loaded
+
+
+@pytest.fixture(scope="session")
+def kubectl() -> Kubectl:
+    """kubectl for the cluster in $KUBECONFIG, after checking that berth runs there."""
+    if not os.environ.get("KUBECONFIG"):
+        pytest.fail("KUBECONFIG is not set; point it at a cluster where berth is installed (make test-e2e does both)")
+    client = Kubectl()
+    deployment = client("get", "-n", OPERATOR_NAMESPACE, "deployment", "berth", "-o", "json", check=False)
+    if deployment.returncode != 0:
+        pytest.fail(f"berth is not installed in namespace {OPERATOR_NAMESPACE}: {deployment.stderr.strip()}")
+    return client
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace that enforces the restricted Pod Security Standard."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"e2e-{slug}-{secrets.token_hex(3)}"
+    kubectl("create", "namespace", name)
+    kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted", "berth.dev/test-namespace=true")
+    yield name
+    kubectl("delete", "registries.berth.dev", "--all", "-n", name, "--wait=true", "--timeout=60s", check=False)
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def apply_registry(kubectl: Kubectl, namespace: str, name: str = "e2e", **spec: Any) -> None:
+    """Apply a Registry; storage defaults to emptyDir."""
+    spec.setdefault("storage", {"emptyDir": {}})
+    manifest = {"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "metadata": {"name": name}, "spec": spec}
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+def wait_ready(kubectl: Kubectl, namespace: str, name: str = "e2e", timeout: float = READY_TIMEOUT) -> dict[str, Any]:
+    """Wait until the Registry's Ready condition is True for its current generation, and return it."""
+
+    def ready() -> dict[str, Any] | None:
+        registry = kubectl.json("get", "-n", namespace, "registry", name)
+        status = registry.get("status") or {}
+        generation = registry["metadata"]["generation"]
+        for condition in status.get("conditions") or []:
+            if condition["type"] == "Ready" and condition["status"] == "True" and status.get("observedGeneration") == generation:
+                return registry
+        return None
+
+    found: dict[str, Any] = wait_for(ready, timeout, f"Registry {namespace}/{name} to be Ready")
+    return found
+
+
+class Access:
+    """How a test reaches one registry: a local port-forward, its CA and the admin login."""
+
+    def __init__(self, host: str, ca_dir: pathlib.Path, username: str, password: str, auth_file: pathlib.Path) -> None:
+        self.host = host
+        self.ca_dir = ca_dir
+        self.ca_file = ca_dir / "ca.crt"
+        self.username = username
+        self.password = password
+        self.auth_file = auth_file
+
+
+@contextlib.contextmanager
+def registry_access(kubectl: Kubectl, namespace: str, name: str, tmp_path: pathlib.Path) -> Iterator[Access]:
+    """Port-forward to the Registry's Service and collect its CA and admin credentials."""
+    registry = kubectl.json("get", "-n", namespace, "registry", name)
+    status = registry["status"]
+    ca = kubectl.json("get", "-n", namespace, "secret", status["caSecretName"])
+    admin = kubectl.json("get", "-n", namespace, "secret", status["credentialsSecretName"])
+    ca_dir = tmp_path / "certs"
+    ca_dir.mkdir(parents=True, exist_ok=True)
+    (ca_dir / "ca.crt").write_bytes(base64.b64decode(ca["data"]["ca.crt"]))
+    username = base64.b64decode(admin["data"]["username"]).decode()
+    password = base64.b64decode(admin["data"]["password"]).decode()
+    process = subprocess.Popen(
+        [kubectl.binary, "port-forward", "-n", namespace, f"service/{name}", ":5000", "--address", "127.0.0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.search(r"127\.0\.0\.1:(\d+)", line)
+        if not match:
+            pytest.fail(f"kubectl port-forward did not start: {line}{process.stderr.read() if process.stderr else ''}")
+        host = f"localhost:{match.group(1)}"
+        auth_file = tmp_path / "auth.json"
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        auth_file.write_text(json.dumps({"auths": {host: {"auth": token}}}))
+        auth_file.chmod(0o600)
+        yield Access(host, ca_dir, username, password, auth_file)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def trust_registry(host: str, ca_file: pathlib.Path) -> None:
+    """Make the node's container runtime trust a registry CA (cluster-specific command)."""
+    command = shlex.split(os.environ.get("BERTH_E2E_TRUST_REGISTRY", f"{E2E / 'cluster'} trust-registry"))
+    subprocess.run([*command, host, str(ca_file)], check=True, capture_output=True, text=True)

@@ -9,8 +9,8 @@ PYTEST := $(PY) -m pytest -p no:cacheprovider
 
 .PHONY: demo demo-down test deps system-deps python-deps control-plane-tools lint test-unit test-integration test-e2e clean
 
-## test: install what is missing, then run mypy, unit and integration tests
-test: deps lint test-unit test-integration
+## test: install what is missing, then run mypy, unit, integration and end-to-end tests
+test: deps lint test-unit test-integration test-e2e
 
 deps: system-deps python-deps control-plane-tools
 
@@ -35,6 +35,10 @@ test-unit: python-deps
 
 test-integration: python-deps control-plane-tools
 	$(PYTEST) tests/integration -q -p no:logging
+
+## test-e2e: bring up the local cluster, install berth with Helm, run e2e/tests
+test-e2e: python-deps
+	e2e/run-tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info operator/*.egg-info

@@ -57,7 +57,7 @@ def issue_node_credentials(ca: CertificateAuthority, node_name: str, node_ip: st
             "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
             organizations=["system:masters"], client=True,
         ),
-        # The Node authorizer and RBAC's bootstrap roles recognise these names.
+        # The Node authorizer and RBAC's bootstrap roles recognize these names.
         "kubelet": ca.issue("kubelet", f"system:node:{node_name}", organizations=["system:nodes"], client=True),
         "kubelet-serving": ca.issue("kubelet-serving", node_name, sans=[node_name, node_ip], server=True),
         "kube-proxy": ca.issue("kube-proxy", "system:kube-proxy", client=True),
@@ -108,7 +108,6 @@ def start(args: argparse.Namespace) -> int:
         write_kubeconfig(node_dir / f"{name}.kubeconfig", server, ca.cert_pem, pairs[name], user)
     shutil.copyfile(control_plane.kubeconfig, state / "kubeconfig")
     (state / "kubeconfig").chmod(0o600)
-    log.info("control plane ready at %s", server)
     return 0
 
 

@@ -31,7 +31,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-# containerd names an imported image after this annotation; the OCI ref.name
+# containerd names an imported image after this annotation. The OCI ref.name
 # annotation carries only the tag, as crane and skopeo expect.
 CONTAINERD_IMAGE_NAME = "io.containerd.image.name"
 OCI_REF_NAME = "org.opencontainers.image.ref.name"
@@ -39,7 +39,7 @@ OCI_REF_NAME = "org.opencontainers.image.ref.name"
 
 @dataclass
 class ImageSpec:
-    """What goes into the image: files, empty directories and runtime config."""
+    """Contents and runtime configuration of one image."""
 
     name: str
     files: dict[str, str] = field(default_factory=dict)  # path in image -> source

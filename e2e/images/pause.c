@@ -14,7 +14,7 @@
 #define PAUSE_VERSION "unknown"
 #endif
 
-static void stop(int signal_number) {
+static void exit_on_signal(int signal_number) {
   (void)signal_number;
   _exit(0);
 }
@@ -25,7 +25,7 @@ static void reap_children(int signal_number) {
   }
 }
 
-static int install(int signal_number, void (*handler)(int), int flags) {
+static int set_handler(int signal_number, void (*handler)(int), int flags) {
   struct sigaction action;
   memset(&action, 0, sizeof(action));
   action.sa_handler = handler;
@@ -42,8 +42,8 @@ int main(int argc, char **argv) {
   if (getpid() != 1) {
     fprintf(stderr, "pause: warning: not running as PID 1\n");
   }
-  if (install(SIGINT, stop, 0) || install(SIGTERM, stop, 0) ||
-      install(SIGCHLD, reap_children, SA_NOCLDSTOP | SA_RESTART)) {
+  if (set_handler(SIGINT, exit_on_signal, 0) || set_handler(SIGTERM, exit_on_signal, 0) ||
+      set_handler(SIGCHLD, reap_children, SA_NOCLDSTOP | SA_RESTART)) {
     perror("pause: sigaction");
     return 1;
   }

@@ -127,7 +127,7 @@ def registry_config(registry: models.Registry) -> str:
 
 
 def config_map(registry: models.Registry, config: str) -> dict[str, Any]:
-    """Render the ConfigMap that holds config.yml."""
+    """Render the ConfigMap that contains config.yml."""
     name = names(registry.name)["workload"]
     values = {**_base(registry), "name": name, "config": config}
     return render("configmap.yaml.j2", values, kind="ConfigMap", name=name, namespace=registry.namespace)

@@ -3,9 +3,9 @@
 
 e2e/images/oci_image.py builds single-layer images from a few files. The
 operator image is a whole Debian root filesystem plus a Python virtual
-environment, so it needs what that helper lacks: ownership, hard links and
-modification times kept from the tree on disk, and several layers, so a
-rebuild after a source change repacks only the small top layer.
+environment. So it needs what that helper lacks: ownership, hard links and
+modification times kept from the tree on disk, and several layers, so that
+a rebuild after a source change repacks only the small top layer.
 
 Each layer is streamed through gzip, never held in memory. Entries are
 sorted and the gzip header carries no timestamp, so packing the same tree
@@ -39,7 +39,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-# containerd names an imported image after this annotation; the OCI ref.name
+# containerd names an imported image after this annotation. The OCI ref.name
 # annotation carries only the tag, as crane and skopeo expect.
 CONTAINERD_IMAGE_NAME = "io.containerd.image.name"
 OCI_REF_NAME = "org.opencontainers.image.ref.name"

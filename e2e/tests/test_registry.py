@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import ssl
 import subprocess
 import time
 from typing import Any
@@ -73,7 +74,7 @@ def test_push_pull_list_delete(kubectl: Kubectl, namespace: str, tmp_path: pathl
                                              env=regctl_environment, check=True, capture_output=True, text=True).stdout)
         assert sorted(item["platform"]["architecture"] for item in manifest["manifests"]) == ["amd64", "arm64"]
 
-        with httpx.Client(base_url=f"https://{access.host}", verify=str(access.ca_file), timeout=30) as client:
+        with httpx.Client(base_url=f"https://{access.host}", verify=ssl.create_default_context(cafile=str(access.ca_file)), timeout=30) as client:
             assert client.get("/v2/").status_code == 401
             auth = (access.username, access.password)
             assert client.get("/v2/_catalog", auth=auth).json() == {"repositories": ["team/hello"]}

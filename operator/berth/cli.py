@@ -36,15 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
+    from berth import settings
 
-    from berth import handlers, settings
-
+    # Check settings before importing the handlers, which read them at import.
     try:
         settings.from_environment()
     except settings.SettingsError as error:
         print(f"berth: {error}", file=sys.stderr)
         return 2
+
+    import kopf
+
+    from berth import handlers
     namespaces = list(args.namespace)
     if not namespaces and not args.all_namespaces:
         namespaces = [item.strip() for item in os.environ.get("BERTH_NAMESPACES", "").split(",") if item.strip()]

@@ -28,6 +28,14 @@ from berth.kube import Kube, load_api_client
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": "berth", "app.kubernetes.io/name": "registry"}
+CHILD_RESOURCES: list[tuple[str, str] | tuple[str, str, str]] = [
+    ("apps", "v1", "deployments"),
+    ("v1", "services"),
+    ("v1", "configmaps"),
+    ("v1", "secrets"),
+    ("v1", "persistentvolumeclaims"),
+    ("networking.k8s.io", "v1", "ingresses"),
+]
 RESYNC_SECONDS = settings_module.from_environment().resync_seconds
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
@@ -49,6 +57,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # berth posts its own Events on condition transitions; Kopf's per-handler Events would repeat them.
     settings.posting.enabled = False
     settings.execution.max_workers = 8
+    # Filter child watches on the API server, so the operator never receives other Secrets or ConfigMaps.
+    selector = ",".join(f"{key}={value}" for key, value in sorted(CHILD_LABELS.items()))
+    for resource in CHILD_RESOURCES:
+        settings.watching.label_selectors[resource] = selector
     masking.quiet_http_loggers()
     operator_settings = settings_module.from_environment()
     memo.settings = operator_settings
@@ -80,12 +92,12 @@ def registry_resync(meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> Non
     reconcile_and_report(memo, meta["namespace"], meta["name"], logger)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=CHILD_LABELS)
-@kopf.on.event("v1", "services", labels=CHILD_LABELS)
-@kopf.on.event("v1", "configmaps", labels=CHILD_LABELS)
-@kopf.on.event("v1", "secrets", labels=CHILD_LABELS)
-@kopf.on.event("v1", "persistentvolumeclaims", labels=CHILD_LABELS)
-@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[0], labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[1], labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[2], labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[3], labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[4], labels=CHILD_LABELS)
+@kopf.on.event(*CHILD_RESOURCES[5], labels=CHILD_LABELS)
 def child_changed(event: Mapping[str, Any], meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> None:
     """Reconcile the owning Registry when one of its children changes or is deleted.
 

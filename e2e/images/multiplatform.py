@@ -3,8 +3,8 @@
 
 The demo and the e2e suite push it to a berth registry to show that indexes,
 their child manifests and blobs survive a round trip. The amd64 variant
-holds Debian's static busybox, so a pod on this machine can run it; the arm64
-variant holds only a text file, because no arm64 binary is built here.
+contains Debian's static busybox, so a pod on this machine can run it. The
+arm64 variant contains only a text file, because no arm64 binary is built here.
 Output is reproducible: timestamps are zero, so the same inputs give the same
 digests.
 

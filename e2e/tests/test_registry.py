@@ -194,4 +194,5 @@ def test_operator_not_cluster_admin(kubectl: Kubectl) -> None:
     for role in roles:
         rules: list[dict[str, Any]] = kubectl.json("get", "clusterrole", role)["rules"]
         for rule in rules:
-            assert "*" not in rule.get("verbs", []) and "*" not in rule.get("resources", []), rule
+            assert "*" not in rule.get("verbs", []), rule
+            assert "*" not in rule.get("resources", []), rule

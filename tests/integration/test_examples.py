@@ -1,4 +1,4 @@
-"""Every file in examples/ applies to a real API server and reconciles as its comments say."""
+"""Every file in examples/ applies to a real API server and reconciles as its comments describe."""
 
 from __future__ import annotations
 

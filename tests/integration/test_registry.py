@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import pathlib
+import time
 from typing import Any
 
 import yaml
@@ -13,6 +14,8 @@ from conftest import Cluster, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHILD_KINDS = ["deployment", "service", "configmap", "secret"]
+# Long enough for two resync passes (BERTH_RESYNC_SECONDS=3 in these tests); used to check that nothing happens.
+QUIET_PERIOD = 7
 
 
 def _registry(name: str = "demo", **spec: Any) -> dict[str, Any]:
@@ -72,7 +75,8 @@ def test_printer_columns_and_explain(cluster: Cluster, operator: Any) -> None:
     explained = cluster.kubectl("explain", "registry.spec.storage.s3").stdout
     assert "credentialsSecretRef" in explained
     assert "S3-compatible bucket" in explained
-    assert "berth" in cluster.kubectl("get", "-n", cluster.namespace, "berth").stdout + "berth"
+    # The CRDs share the category "berth", so `kubectl get berth` lists Registries too.
+    assert "registry.berth.dev/demo" in cluster.kubectl("get", "-n", cluster.namespace, "berth", "-o", "name").stdout
 
 
 def test_spec_change_rolls_once(cluster: Cluster, operator: Any) -> None:
@@ -88,8 +92,10 @@ def test_spec_change_rolls_once(cluster: Cluster, operator: Any) -> None:
     # Several resyncs later (BERTH_RESYNC_SECONDS=3) nothing has rolled again.
     registry_generation = cluster.get("registry", "demo")["metadata"]["generation"]  # type: ignore[index]
     wait_for(lambda: (cluster.get("registry", "demo") or {}).get("status", {}).get("observedGeneration") == registry_generation, 30, "observedGeneration")
-    deadline_probe = [cluster.get("deployment", "demo") for _ in range(3)]
-    assert all(item is not None and item["metadata"]["generation"] == generation + 1 for item in deadline_probe)
+    time.sleep(QUIET_PERIOD)
+    settled = cluster.get("deployment", "demo")
+    assert settled is not None
+    assert settled["metadata"]["generation"] == generation + 1
     assert "tls" not in yaml.safe_load(cluster.get("configmap", "demo")["data"]["config.yml"])["http"]  # type: ignore[index]
 
 
@@ -106,11 +112,7 @@ def test_unrelated_reconcile_writes_nothing(cluster: Cluster, operator: Any) -> 
     before = versions()
     cluster.kubectl("annotate", "-n", cluster.namespace, "registry", "demo", "example.com/touched=yes")
     # Two resync periods and one update event later, no child has been written.
-    probe = wait_for(lambda: cluster.get("registry", "demo"), 5, "registry")
-    assert probe is not None
-    import time
-
-    time.sleep(7)
+    time.sleep(QUIET_PERIOD)
     assert versions() == before
 
 
@@ -185,8 +187,6 @@ def test_missing_secret_stalls_then_recovers(cluster: Cluster, operator: Any) ->
 
     cluster.kubectl("create", "secret", "generic", "-n", cluster.namespace, "s3", "--from-literal=accessKeyID=AKIAEXAMPLE")
     cluster.wait_condition("demo", "Stalled", "True", "SecretKeyMissing")
-    cluster.kubectl("create", "secret", "generic", "-n", cluster.namespace, "s3", "--from-literal=accessKeyID=AKIAEXAMPLE",
-                    "--from-literal=secretAccessKey=wJalrXUtnFEMI", "--dry-run=client", "-o", "yaml")
     cluster.kubectl("patch", "-n", cluster.namespace, "secret", "s3", "--type=merge", "-p", json.dumps({"stringData": {"secretAccessKey": "wJalrXUtnFEMI"}}))
     cluster.wait_condition("demo", "Stalled", "False")
     deployment = _wait_children(cluster)

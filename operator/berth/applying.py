@@ -68,15 +68,45 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     return not is_subset(desired, live)
 
 
+def foreign_owner(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
+    """Describe why `live` is not berth's to change, or return None when it is.
+
+    An object belongs to berth when it carries berth's labels for the same
+    instance and no other controller owns it. Anything else (a user's own
+    Secret with the same name, another Registry's child) is left untouched.
+    """
+    wanted_labels = desired["metadata"].get("labels") or {}
+    live_metadata = live.get("metadata") or {}
+    live_labels = live_metadata.get("labels") or {}
+    wanted_owners = {owner.get("uid") for owner in desired["metadata"].get("ownerReferences") or []}
+    for owner in live_metadata.get("ownerReferences") or []:
+        if owner.get("controller") and owner.get("uid") not in wanted_owners:
+            return f"it is controlled by {owner.get('kind')} {owner.get('name')}"
+    for key in ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance"):
+        if live_labels.get(key) != wanted_labels.get(key):
+            return f"it was not created by berth for this Registry (label {key} is {live_labels.get(key)!r})"
+    return None
+
+
 def ensure(kube: Applier, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """Apply `obj` unless the live object already matches. Return the live object and whether it was applied.
 
-    An API rejection of the manifest (400, 422) is something a human must fix,
-    such as shrinking a PVC or changing an immutable field, so it stalls.
+    An existing object that is not berth's (see foreign_owner) stalls instead
+    of being overwritten. An API rejection of the manifest (400, 422) is
+    something a human must fix, such as shrinking a PVC or changing an
+    immutable field, so it stalls too.
     """
     desired = with_hash(obj)
     metadata = desired["metadata"]
     live = kube.get(desired["apiVersion"], desired["kind"], metadata.get("namespace"), metadata["name"])
+    if live is not None:
+        conflict = foreign_owner(desired, live)
+        if conflict:
+            raise StalledError(
+                conditions.NAME_CONFLICT,
+                f"{desired['kind']} {metadata['name']} already exists and {conflict}; berth will not overwrite it. "
+                "Rename or delete that object, or give the Registry another name",
+            )
     if live is not None and not needs_apply(desired, live):
         return live, False
     try:

@@ -209,3 +209,14 @@ def test_pvc_shrink_is_rejected_clearly(cluster: Cluster, operator: Any) -> None
     cluster.apply(_registry(storage={"pvc": {"size": "1Gi"}}))
     stalled = cluster.wait_condition("demo", "Stalled", "True", "ApplyRejected")
     assert "demo-data" in stalled["message"]
+
+
+def test_foreign_object_is_not_overwritten(cluster: Cluster, operator: Any) -> None:
+    cluster.kubectl("create", "configmap", "-n", cluster.namespace, "demo", "--from-literal=owner=someone-else")
+    cluster.apply(_registry())
+    stalled = cluster.wait_condition("demo", "Stalled", "True", "NameConflict")
+    assert "ConfigMap demo already exists" in stalled["message"]
+    assert cluster.get("configmap", "demo")["data"] == {"owner": "someone-else"}  # type: ignore[index]
+    cluster.kubectl("delete", "configmap", "-n", cluster.namespace, "demo")
+    cluster.wait_condition("demo", "Stalled", "False")
+    assert "config.yml" in cluster.get("configmap", "demo")["data"]  # type: ignore[index]

@@ -50,3 +50,33 @@ def test_apply_when_drifted() -> None:
     live = _desired()
     live["data"]["a"] = "edited"
     assert applying.needs_apply(_desired(), live)
+
+
+def _child(labels: dict[str, str], owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "demo", "namespace": "ns", "labels": labels}
+    if owners is not None:
+        metadata["ownerReferences"] = owners
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
+
+
+BERTH_LABELS = {"app.kubernetes.io/managed-by": "berth", "app.kubernetes.io/instance": "demo"}
+OURS = {"kind": "Registry", "name": "demo", "uid": "ours", "controller": True}
+THEIRS = {"kind": "Registry", "name": "other", "uid": "theirs", "controller": True}
+
+
+@pytest.mark.parametrize(
+    ("live", "conflict"),
+    [
+        (_child(BERTH_LABELS, [OURS]), None),
+        (_child(BERTH_LABELS), None),
+        (_child(BERTH_LABELS, [THEIRS]), "controlled by Registry other"),
+        (_child({}), "not created by berth"),
+        (_child({**BERTH_LABELS, "app.kubernetes.io/instance": "other"}), "not created by berth"),
+    ],
+)
+def test_foreign_owner_table(live: dict[str, Any], conflict: str | None) -> None:
+    found = applying.foreign_owner(_child(BERTH_LABELS, [OURS]), live)
+    if conflict is None:
+        assert found is None
+    else:
+        assert found is not None and conflict in found

@@ -181,3 +181,13 @@ def test_ingress_removed_when_unset() -> None:
 )
 def test_deployment_progress_table(deployment: dict[str, Any], expected: tuple[int, bool]) -> None:
     assert reconciling.deployment_progress(deployment) == expected
+
+
+def test_user_object_with_child_name_stalls() -> None:
+    kube = FakeKube()
+    kube.add(_secret("demo-admin", {"password": "the user's own"}))
+    outcome = _run(kube, {"storage": {"emptyDir": {}}})
+    assert outcome.stalled is not None
+    assert outcome.stalled[0] == conditions.NAME_CONFLICT
+    assert "Secret demo-admin already exists" in outcome.stalled[1]
+    assert _decoded(kube.child("Secret", "demo-admin"), "password") == "the user's own"

@@ -1,7 +1,9 @@
 """Fixtures for the end-to-end suite: any cluster from KUBECONFIG with berth installed by its Helm chart.
 
-The suite talks to the cluster only through real clients: kubectl (also for
-port-forwarding to registries), skopeo, crane, regctl and httpx. It expects
+The suite talks to the cluster only through real clients: kubectl, skopeo,
+crane, regctl and httpx, which reach registries through their NodePort on
+the node's InternalIP (inside the network namespace of the local cluster, or
+kind's node container). It expects
 berth already installed (make test-e2e does that on the local cluster;
 e2e/kind.sh on kind). Node trust for registry CAs is cluster-specific and
 comes from the command in BERTH_E2E_TRUST_REGISTRY (default:
@@ -18,7 +20,9 @@ import pathlib
 import re
 import secrets
 import shlex
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -97,8 +101,9 @@ def namespace(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]
 
 
 def apply_registry(kubectl: Kubectl, namespace: str, name: str = "e2e", **spec: Any) -> None:
-    """Apply a Registry; storage defaults to emptyDir."""
+    """Apply a Registry; storage defaults to emptyDir and the Service to NodePort, which the tests reach it through."""
     spec.setdefault("storage", {"emptyDir": {}})
+    spec.setdefault("service", {"type": "NodePort"})
     manifest = {"apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "metadata": {"name": name}, "spec": spec}
     kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
 
@@ -120,7 +125,7 @@ def wait_ready(kubectl: Kubectl, namespace: str, name: str = "e2e", timeout: flo
 
 
 class Access:
-    """How a test reaches one registry: a local port-forward, its CA and the admin login."""
+    """How a test reaches one registry: a local forwarded port, its CA and the admin login."""
 
     def __init__(self, host: str, ca_dir: pathlib.Path, username: str, password: str, auth_file: pathlib.Path) -> None:
         self.host = host
@@ -131,11 +136,71 @@ class Access:
         self.auth_file = auth_file
 
 
+class _Forwarder:
+    """A TCP forwarder from 127.0.0.1:<random port> to one address, one thread per connection.
+
+    kubectl port-forward through Debian's containerd 1.6 drops connections
+    under load, so the suite reaches a registry through its NodePort on the
+    node's InternalIP instead. Clients still connect to localhost, which the
+    registry's certificate covers.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            try:
+                upstream = socket.create_connection(self.target, timeout=10)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass  # the other direction closed the pair
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def node_address(kubectl: Kubectl) -> str:
+    """Return the InternalIP of the first node (on the local cluster, an address inside the node's namespace)."""
+    nodes = kubectl.json("get", "nodes")["items"]
+    for address in nodes[0]["status"]["addresses"]:
+        if address["type"] == "InternalIP":
+            found: str = address["address"]
+            return found
+    pytest.fail("the first node has no InternalIP")
+
+
 @contextlib.contextmanager
 def registry_access(kubectl: Kubectl, namespace: str, name: str, tmp_path: pathlib.Path) -> Iterator[Access]:
-    """Port-forward to the Registry's Service and collect its CA and admin credentials."""
+    """Forward a local port to the Registry's NodePort and collect its CA and admin credentials."""
     registry = kubectl.json("get", "-n", namespace, "registry", name)
     status = registry["status"]
+    node_endpoint = status.get("nodeEndpoint")
+    if not node_endpoint:
+        pytest.fail(f"Registry {namespace}/{name} has no nodeEndpoint; give it service.type NodePort")
     ca = kubectl.json("get", "-n", namespace, "secret", status["caSecretName"])
     admin = kubectl.json("get", "-n", namespace, "secret", status["credentialsSecretName"])
     ca_dir = tmp_path / "certs"
@@ -143,25 +208,16 @@ def registry_access(kubectl: Kubectl, namespace: str, name: str, tmp_path: pathl
     (ca_dir / "ca.crt").write_bytes(base64.b64decode(ca["data"]["ca.crt"]))
     username = base64.b64decode(admin["data"]["username"]).decode()
     password = base64.b64decode(admin["data"]["password"]).decode()
-    process = subprocess.Popen(
-        [kubectl.binary, "port-forward", "-n", namespace, f"service/{name}", ":5000", "--address", "127.0.0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    forwarder = _Forwarder((node_address(kubectl), int(node_endpoint.rsplit(":", 1)[1])))
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+)", line)
-        if not match:
-            pytest.fail(f"kubectl port-forward did not start: {line}{process.stderr.read() if process.stderr else ''}")
-        host = f"localhost:{match.group(1)}"
+        host = f"localhost:{forwarder.port}"
         auth_file = tmp_path / "auth.json"
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         auth_file.write_text(json.dumps({"auths": {host: {"auth": token}}}))
         auth_file.chmod(0o600)
         yield Access(host, ca_dir, username, password, auth_file)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        forwarder.close()
 
 
 def trust_registry(host: str, ca_file: pathlib.Path) -> None:

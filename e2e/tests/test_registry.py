@@ -87,7 +87,7 @@ def test_push_pull_list_delete(kubectl: Kubectl, namespace: str, tmp_path: pathl
 
 
 def test_pod_pulls_from_registry(kubectl: Kubectl, namespace: str, tmp_path: pathlib.Path) -> None:
-    apply_registry(kubectl, namespace, service={"type": "NodePort"})
+    apply_registry(kubectl, namespace)
     registry = wait_ready(kubectl, namespace)
     node_endpoint = registry["status"]["nodeEndpoint"]
     layout, index_digest = _layout(tmp_path)

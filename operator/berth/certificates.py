@@ -100,6 +100,25 @@ def not_after(cert_pem: bytes) -> datetime.datetime:
     return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
 
 
+def _public_der(public_key: object) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined, no-any-return]
+
+
+def check_key_pair(pair: KeyPair) -> str | None:
+    """Return why a PEM certificate and key cannot serve TLS together, or None when they can."""
+    try:
+        cert = x509.load_pem_x509_certificate(pair.cert_pem)
+    except ValueError:
+        return "tls.crt is not a PEM certificate"
+    try:
+        key = serialization.load_pem_private_key(pair.key_pem, password=None)
+    except (ValueError, TypeError):
+        return "tls.key is not an unencrypted PEM private key"
+    if _public_der(cert.public_key()) != _public_der(key.public_key()):
+        return "tls.key does not belong to the certificate in tls.crt"
+    return None
+
+
 def is_valid_ca(pair: KeyPair, now: datetime.datetime) -> bool:
     """Check that a stored CA parses, has a matching key, and is not expired."""
     try:
@@ -107,9 +126,7 @@ def is_valid_ca(pair: KeyPair, now: datetime.datetime) -> bool:
         key = serialization.load_pem_private_key(pair.key_pem, password=None)
     except ValueError:
         return False
-    if cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    ):
+    if _public_der(cert.public_key()) != _public_der(key.public_key()):
         return False
     return cert.not_valid_after_utc > now
 

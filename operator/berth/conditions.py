@@ -26,6 +26,10 @@ SCALED_TO_ZERO = "ScaledToZero"
 # Reconciling=False, Stalled=False: the last pass finished without a problem.
 SUCCEEDED = "Succeeded"
 
+# Warning Events that are not conditions.
+# berth made a new CA because the stored one was missing or invalid: clients must trust the new ca.crt.
+CA_ROTATED = "CARotated"
+
 # Stalled=True reasons (a human must act). Each is also Ready=False's reason.
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_MISSING = "SecretKeyMissing"
@@ -85,7 +89,10 @@ def registry_conditions(
             Condition(RECONCILING, False, SUCCEEDED, "All children are applied and rolled out."),
             not_stalled,
         ]
-    waiting = f"{ready_replicas}/{desired_replicas} registry pods are ready with the current configuration."
+    if ready_replicas >= desired_replicas:
+        waiting = f"{ready_replicas}/{desired_replicas} registry pods are ready; the rollout of the current configuration is still in progress."
+    else:
+        waiting = f"{ready_replicas}/{desired_replicas} registry pods are ready."
     return [
         Condition(READY, False, PROGRESSING, waiting),
         Condition(RECONCILING, True, PROGRESSING, waiting),

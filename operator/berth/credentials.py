@@ -7,6 +7,7 @@ valid, so a reconcile that changes nothing writes nothing and rolls no pods.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 from collections.abc import Mapping, Sequence
@@ -45,15 +46,37 @@ def htpasswd(users: Sequence[tuple[str, str]], previous: Mapping[str, str]) -> s
         hashed = previous.get(username)
         if hashed is None or not _matches(password, hashed):
             hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS)).decode()
+            _remember(password, hashed)
         lines.append(f"{username}:{hashed}")
     return "\n".join(lines) + "\n"
 
 
+# Verified (password, hash) pairs, by digest: bcrypt costs tens of milliseconds
+# per check, and every pass re-checks every user. Cleared when full.
+_verified: set[str] = set()
+_VERIFIED_MAX = 4096
+
+
+def _key(password: str, hashed: str) -> str:
+    return hashlib.sha256(f"{password}\0{hashed}".encode()).hexdigest()
+
+
+def _remember(password: str, hashed: str) -> None:
+    if len(_verified) >= _VERIFIED_MAX:
+        _verified.clear()
+    _verified.add(_key(password, hashed))
+
+
 def _matches(password: str, hashed: str) -> bool:
+    if _key(password, hashed) in _verified:
+        return True
     try:
-        return bcrypt.checkpw(password.encode(), hashed.encode())
+        matched = bcrypt.checkpw(password.encode(), hashed.encode())
     except ValueError:
         return False
+    if matched:
+        _remember(password, hashed)
+    return matched
 
 
 def docker_config_json(hosts: Sequence[str], username: str, password: str) -> str:

@@ -156,6 +156,9 @@ def _write_status(kube: Kube, body: Mapping[str, Any], outcome: reconciling.Outc
         kube.patch_status(models.API_VERSION, "Registry", metadata["namespace"], metadata["name"], patch)
     for changed in conditions.transitions(previous_conditions, merged):
         _report(kube, body, changed, now, logger)
+    for reason, message in outcome.warnings:
+        logger.warning("%s: %s", reason, message)
+        kube.post_event(body, "Warning", reason, message, now)
 
 
 def _report(kube: Kube, body: Mapping[str, Any], condition: Mapping[str, Any], now: datetime.datetime, logger: Logger) -> None:

@@ -236,14 +236,26 @@ def _parse_storage(storage: Mapping[str, Any]) -> Storage:
     )
 
 
+MIN_CERTIFICATE_SECONDS = 3600
+
+
 def _parse_tls(tls: Mapping[str, Any]) -> TlsSpec:
     issuer = tls.get("issuerRef")
+    duration = parse_duration(tls.get("duration", "2160h"), "spec.tls.duration")
+    renew_before = parse_duration(tls.get("renewBefore", "720h"), "spec.tls.renewBefore")
+    # The CRD rejects these too; objects stored before that rule would otherwise reissue certificates in a loop.
+    if duration < MIN_CERTIFICATE_SECONDS or renew_before >= duration:
+        raise StalledError(
+            conditions.INVALID_SPEC,
+            "spec.tls.duration must be at least 1h and longer than spec.tls.renewBefore, "
+            "or every certificate would be due for renewal as soon as it is issued",
+        )
     return TlsSpec(
         mode=tls.get("mode", "SelfSigned"),
         secret_name=tls.get("secretName"),
         issuer_ref=IssuerRef(issuer["name"], issuer.get("kind", "Issuer"), issuer.get("group", "cert-manager.io")) if issuer else None,
-        duration_seconds=parse_duration(tls.get("duration", "2160h"), "spec.tls.duration"),
-        renew_before_seconds=parse_duration(tls.get("renewBefore", "720h"), "spec.tls.renewBefore"),
+        duration_seconds=duration,
+        renew_before_seconds=renew_before,
     )
 
 

@@ -37,6 +37,8 @@ class Outcome:
     status: dict[str, Any]
     conditions: list[conditions.Condition]
     stalled: tuple[str, str] | None
+    # (reason, message) pairs the handlers post as Warning Events.
+    warnings: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,8 @@ def _reconcile(registry: models.Registry, kube: Kube, settings: Settings, now: d
     http_secret = _http_secret(kube, registry)
     applying.ensure(kube, rendering.secret(registry, child_names["http_secret"], {"secret": http_secret.encode()}))
 
-    tls = _ensure_tls(registry, kube, settings, now)
+    warnings: list[tuple[str, str]] = []
+    tls = _ensure_tls(registry, kube, settings, now, warnings)
     config = rendering.registry_config(registry)
     applying.ensure(kube, rendering.config_map(registry, config))
     if isinstance(spec.storage, models.PvcStorage):
@@ -120,7 +123,7 @@ def _reconcile(registry: models.Registry, kube: Kube, settings: Settings, now: d
         "tls": {"secretName": tls.secret_name, "notAfter": _timestamp(tls.not_after)} if tls.secret_name else None,
     }
     computed = conditions.registry_conditions(stalled=None, desired_replicas=spec.replicas, ready_replicas=ready, rolled_out=rolled_out)
-    return Outcome(status=status, conditions=computed, stalled=None)
+    return Outcome(status=status, conditions=computed, stalled=None, warnings=warnings)
 
 
 def check_supported(spec: models.RegistrySpec) -> None:
@@ -241,13 +244,13 @@ def serving_names(registry: models.Registry, settings: Settings) -> list[str]:
     return result
 
 
-def _ensure_tls(registry: models.Registry, kube: Kube, settings: Settings, now: datetime.datetime) -> _Tls:
+def _ensure_tls(registry: models.Registry, kube: Kube, settings: Settings, now: datetime.datetime, warnings: list[tuple[str, str]]) -> _Tls:
     mode = registry.spec.tls.mode
     if mode == "Disabled":
         return _Tls(None, None, None, "")
     if mode == "Secret":
         return _user_tls(registry, kube)
-    return _self_signed_tls(registry, kube, settings, now)
+    return _self_signed_tls(registry, kube, settings, now, warnings)
 
 
 def _user_tls(registry: models.Registry, kube: Kube) -> _Tls:
@@ -256,34 +259,47 @@ def _user_tls(registry: models.Registry, kube: Kube) -> _Tls:
     missing = [key for key in ("tls.crt", "tls.key") if not data.get(key)]
     if missing:
         raise StalledError(conditions.SECRET_KEY_MISSING, f"spec.tls.secretName: Secret {registry.namespace}/{name} is missing {', '.join(missing)}")
-    try:
-        expiry = certificates.not_after(data["tls.crt"])
-    except ValueError:
-        raise StalledError(conditions.INVALID_SECRET, f"spec.tls.secretName: tls.crt in Secret {registry.namespace}/{name} is not a PEM certificate") from None
+    problem = certificates.check_key_pair(certificates.KeyPair(data["tls.crt"], data["tls.key"]))
+    if problem:
+        raise StalledError(conditions.INVALID_SECRET, f"spec.tls.secretName: Secret {registry.namespace}/{name}: {problem}")
+    expiry = certificates.not_after(data["tls.crt"])
     fingerprint = hashlib.sha256(data["tls.crt"] + data["tls.key"]).hexdigest()
     return _Tls(name, name if data.get("ca.crt") else None, expiry, fingerprint)
 
 
-def _self_signed_tls(registry: models.Registry, kube: Kube, settings: Settings, now: datetime.datetime) -> _Tls:
+def _self_signed_tls(registry: models.Registry, kube: Kube, settings: Settings, now: datetime.datetime, warnings: list[tuple[str, str]]) -> _Tls:
     child_names = rendering.names(registry.name)
     tls_spec = registry.spec.tls
 
     # The CA is kept for as long as it is valid, so clients keep trusting renewed serving certificates.
     stored_ca = _secret_data(kube.get("v1", "Secret", registry.namespace, child_names["ca_key"]))
+    # The public CA Secret outlives a deleted key Secret, so either one shows that clients trust an older CA.
+    ca_existed = bool(stored_ca) or kube.get("v1", "Secret", registry.namespace, child_names["ca"]) is not None
     ca = certificates.KeyPair(stored_ca.get("tls.crt", b""), stored_ca.get("tls.key", b""))
     if not certificates.is_valid_ca(ca, now):
         logger.info("Creating a new CA for Registry %s/%s", registry.namespace, registry.name)
         ca = certificates.make_ca(f"berth {registry.namespace}/{registry.name} CA", now)
+        if ca_existed:
+            warnings.append((
+                conditions.CA_ROTATED,
+                f"Secret {child_names['ca_key']} was missing or held an invalid CA, so berth created a new CA; "
+                f"clients must trust the new ca.crt from Secret {child_names['ca']}",
+            ))
     applying.ensure(kube, rendering.secret(registry, child_names["ca_key"], {"tls.crt": ca.cert_pem, "tls.key": ca.key_pem}, type="kubernetes.io/tls"))
     applying.ensure(kube, rendering.secret(registry, child_names["ca"], {"ca.crt": ca.cert_pem}))
 
     names = serving_names(registry, settings)
     stored = _secret_data(kube.get("v1", "Secret", registry.namespace, child_names["tls"]))
     serving = certificates.KeyPair(stored.get("tls.crt", b""), stored.get("tls.key", b""))
-    why = certificates.serving_needs_renewal(serving, ca, names, now, datetime.timedelta(seconds=tls_spec.renew_before_seconds))
+    renew_before = datetime.timedelta(seconds=tls_spec.renew_before_seconds)
+    why = certificates.serving_needs_renewal(serving, ca, names, now, renew_before)
     if why is not None:
         logger.info("Issuing a serving certificate for Registry %s/%s: %s", registry.namespace, registry.name, why)
         serving = certificates.make_serving(ca, names, now, datetime.timedelta(seconds=tls_spec.duration_seconds))
+        # A certificate that is due again at once (the CA expires within the renewal window) would reissue on every pass.
+        still = certificates.serving_needs_renewal(serving, ca, names, now, renew_before)
+        if still is not None:
+            raise StalledError(conditions.INVALID_SPEC, f"a new serving certificate would need renewal at once ({still}); lower spec.tls.renewBefore")
     applying.ensure(kube, rendering.secret(
         registry, child_names["tls"], {"tls.crt": serving.cert_pem, "tls.key": serving.key_pem, "ca.crt": ca.cert_pem}, type="kubernetes.io/tls"
     ))

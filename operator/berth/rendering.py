@@ -192,6 +192,8 @@ def deployment(
     pod_annotations = {**spec.pod_annotations, "berth.dev/config-checksum": checksum}
     env: list[dict[str, Any]] = [
         {"name": "REGISTRY_HTTP_SECRET", "valueFrom": {"secretKeyRef": {"name": child_names["http_secret"], "key": "secret"}}},
+        # Distribution v3 exports OpenTelemetry traces to localhost:4318 by default and logs every failed export.
+        {"name": "OTEL_TRACES_EXPORTER", "value": "none"},
     ]
     if s3_credentials_secret:
         env += [

@@ -70,7 +70,7 @@ def test_printer_columns_and_explain(cluster: Cluster, operator: Any) -> None:
     cluster.apply(_registry())
     cluster.wait_condition("demo", "Reconciling", "True")
     table = cluster.kubectl("get", "-n", cluster.namespace, "reg").stdout
-    assert table.split()[:4] == ["NAME", "READY", "ENDPOINT", "AGE"]
+    assert table.split()[:5] == ["NAME", "READY", "REASON", "ENDPOINT", "AGE"]
     assert f"demo.{cluster.namespace}.svc:5000" in table
     explained = cluster.kubectl("explain", "registry.spec.storage.s3").stdout
     assert "credentialsSecretRef" in explained

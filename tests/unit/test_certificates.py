@@ -87,3 +87,17 @@ def test_long_names_fit_common_name() -> None:
     serving = certificates.make_serving(ca, [long_name], NOW, 90 * DAY)
     sans = x509.load_pem_x509_certificate(serving.cert_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == [long_name]
+
+
+def test_check_key_pair_matching() -> None:
+    ca = certificates.make_ca("test CA", NOW)
+    serving = certificates.make_serving(ca, NAMES, NOW, 90 * DAY)
+    assert certificates.check_key_pair(serving) is None
+
+
+def test_check_key_pair_problems() -> None:
+    ca = certificates.make_ca("test CA", NOW)
+    serving = certificates.make_serving(ca, NAMES, NOW, 90 * DAY)
+    assert certificates.check_key_pair(certificates.KeyPair(b"junk", serving.key_pem)) == "tls.crt is not a PEM certificate"
+    assert certificates.check_key_pair(certificates.KeyPair(serving.cert_pem, b"GARBAGEKEYVALUE")) == "tls.key is not an unencrypted PEM private key"
+    assert certificates.check_key_pair(certificates.KeyPair(serving.cert_pem, ca.key_pem)) == "tls.key does not belong to the certificate in tls.crt"

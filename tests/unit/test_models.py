@@ -130,3 +130,9 @@ def test_owner_reference_is_controller() -> None:
     assert owner["kind"] == "Registry"
     assert owner["controller"] is True
     assert owner["uid"] == "0b5e2c1a-0000-4000-8000-000000000001"
+
+
+@pytest.mark.parametrize("tls", [{"duration": "24h"}, {"duration": "1h", "renewBefore": "2h"}, {"duration": "30m", "renewBefore": "10m"}])
+def test_tls_renewal_window_must_fit(tls: dict[str, str]) -> None:
+    with pytest.raises(StalledError, match="longer than spec.tls.renewBefore"):
+        models.parse_registry(registry_body({"storage": {"emptyDir": {}}, "tls": tls}))

@@ -191,3 +191,39 @@ def test_user_object_with_child_name_stalls() -> None:
     assert outcome.stalled[0] == conditions.NAME_CONFLICT
     assert "Secret demo-admin already exists" in outcome.stalled[1]
     assert _decoded(kube.child("Secret", "demo-admin"), "password") == "the user's own"
+
+
+def test_user_tls_key_mismatch_stalls() -> None:
+    from berth import certificates
+
+    ca = certificates.make_ca("corp", NOW)
+    serving = certificates.make_serving(ca, ["corp.ns.svc"], NOW, datetime.timedelta(days=30))
+    kube = FakeKube()
+    kube.add(_secret("corp-tls", {"tls.crt": serving.cert_pem.decode(), "tls.key": ca.key_pem.decode()}))
+    outcome = _run(kube, {"storage": {"emptyDir": {}}, "tls": {"mode": "Secret", "secretName": "corp-tls"}})
+    assert outcome.stalled is not None
+    assert outcome.stalled[0] == conditions.INVALID_SECRET
+    assert "does not belong" in outcome.stalled[1]
+
+
+def test_deleted_ca_key_warns() -> None:
+    kube = FakeKube()
+    assert _run(kube, {"storage": {"emptyDir": {}}}).warnings == []
+    del kube.objects[("Secret", "ns", "demo-ca-key")]
+    outcome = _run(kube, {"storage": {"emptyDir": {}}})
+    assert [reason for reason, _ in outcome.warnings] == [conditions.CA_ROTATED]
+    assert "demo-ca" in outcome.warnings[0][1]
+
+
+def test_many_users_verified_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    kube = FakeKube()
+    users = [{"username": f"user{i}", "passwordSecretRef": {"name": f"user{i}"}} for i in range(5)]
+    for i in range(5):
+        kube.add(_secret(f"user{i}", {"password": f"pw{i}"}))
+    spec = {"storage": {"emptyDir": {}}, "auth": {"users": users}}
+    _run(kube, spec)
+    calls = []
+    real = credentials.bcrypt.checkpw
+    monkeypatch.setattr(credentials.bcrypt, "checkpw", lambda *args: calls.append(1) or real(*args))
+    _run(kube, spec)
+    assert calls == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -55,7 +56,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"berth: invalid --health-port {args.health_port}, expected 0-65535", file=sys.stderr)
         return 2
     log_format = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}[args.log_format]
-    kopf.configure(verbose=args.verbose, log_format=log_format)
+    kopf.configure(verbose=args.verbose, log_format=log_format, log_prefix=True)
+    if not args.verbose:
+        # Kopf logs every handler and timer success at INFO, and aiohttp every /healthz probe.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     del handlers  # imported for its Kopf registrations
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, liveness_endpoint=liveness)

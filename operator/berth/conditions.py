@@ -62,12 +62,14 @@ def registry_conditions(
     desired_replicas: int,
     ready_replicas: int,
     rolled_out: bool,
+    problem: str | None = None,
 ) -> list[Condition]:
     """Compute Ready, Reconciling and Stalled for one Registry pass.
 
     `stalled` is (reason, message) when the pass hit a StalledError;
     `rolled_out` says the Deployment controller has observed the latest
-    template and every replica runs it.
+    template and every replica runs it. `problem` is what the Deployment
+    controller reports as failing, appended to the waiting message.
     """
     if stalled is not None:
         reason, message = stalled
@@ -93,11 +95,18 @@ def registry_conditions(
         waiting = f"{ready_replicas}/{desired_replicas} registry pods are ready; the rollout of the current configuration is still in progress."
     else:
         waiting = f"{ready_replicas}/{desired_replicas} registry pods are ready."
+    if problem:
+        waiting = f"{waiting} {problem}"
     return [
         Condition(READY, False, PROGRESSING, waiting),
         Condition(RECONCILING, True, PROGRESSING, waiting),
         not_stalled,
     ]
+
+
+def image_repository_conditions() -> list[Condition]:
+    """Compute the conditions of an ImageRepository, which this version stores but does not act on."""
+    return [Condition(READY, False, UNSUPPORTED, "This version of berth validates and stores ImageRepository objects but runs no retention or replication for them yet.")]
 
 
 def merge(

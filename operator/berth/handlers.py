@@ -25,7 +25,8 @@ from berth import conditions, masking, models, reconciling, settings as settings
 from berth.errors import StalledError
 from berth.kube import Kube, load_api_client
 
-Logger = logging.Logger | logging.LoggerAdapter[Any]
+# Transitions are logged here, named by Registry, because a child event's Kopf logger names the child.
+log = logging.getLogger(__name__)
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": "berth", "app.kubernetes.io/name": "registry"}
 CHILD_RESOURCES: list[tuple[str, str] | tuple[str, str, str]] = [
@@ -76,9 +77,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.resume(models.GROUP, models.VERSION, "registries")
 @kopf.on.create(models.GROUP, models.VERSION, "registries")
 @kopf.on.update(models.GROUP, models.VERSION, "registries")
-def registry_changed(meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> None:
+def registry_changed(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     """Reconcile a Registry whose spec changed, that was created, or that existed when berth started."""
-    reconcile_and_report(memo, meta["namespace"], meta["name"], logger)
+    reconcile_and_report(memo, meta["namespace"], meta["name"])
 
 
 def _resync_delay(**_: Any) -> float:
@@ -87,9 +88,9 @@ def _resync_delay(**_: Any) -> float:
 
 
 @kopf.timer(models.GROUP, models.VERSION, "registries", interval=RESYNC_SECONDS, initial_delay=_resync_delay)
-def registry_resync(meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> None:
+def registry_resync(meta: kopf.Meta, memo: Any, **_: Any) -> None:
     """Repair drift, renew certificates and retry stalled Registries on a fixed interval (BERTH_RESYNC_SECONDS)."""
-    reconcile_and_report(memo, meta["namespace"], meta["name"], logger)
+    reconcile_and_report(memo, meta["namespace"], meta["name"])
 
 
 @kopf.on.event(*CHILD_RESOURCES[0], labels=CHILD_LABELS)
@@ -98,7 +99,7 @@ def registry_resync(meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> Non
 @kopf.on.event(*CHILD_RESOURCES[3], labels=CHILD_LABELS)
 @kopf.on.event(*CHILD_RESOURCES[4], labels=CHILD_LABELS)
 @kopf.on.event(*CHILD_RESOURCES[5], labels=CHILD_LABELS)
-def child_changed(event: Mapping[str, Any], meta: kopf.Meta, memo: Any, logger: Logger, **_: Any) -> None:
+def child_changed(event: Mapping[str, Any], meta: kopf.Meta, memo: Any, **_: Any) -> None:
     """Reconcile the owning Registry when one of its children changes or is deleted.
 
     This repairs a deleted or edited child within seconds and moves the Ready
@@ -109,10 +110,26 @@ def child_changed(event: Mapping[str, Any], meta: kopf.Meta, memo: Any, logger: 
         return
     registry_name = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
     if registry_name:
-        reconcile_and_report(memo, meta["namespace"], registry_name, logger)
+        reconcile_and_report(memo, meta["namespace"], registry_name)
 
 
-def reconcile_and_report(memo: Any, namespace: str, name: str, logger: Logger) -> None:
+@kopf.on.event(models.GROUP, models.VERSION, "imagerepositories")
+def image_repository_seen(event: Mapping[str, Any], body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Tell the user in status that berth does not act on ImageRepository objects yet."""
+    if event.get("type") == "DELETED":
+        return
+    kube: Kube = memo.kube
+    metadata = body["metadata"]
+    generation = int(metadata.get("generation") or 0)
+    previous = dict(body.get("status") or {})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    merged = conditions.merge(previous.get("conditions") or [], conditions.image_repository_conditions(), generation=generation, now=now)
+    status = {**previous, "observedGeneration": generation, "conditions": merged}
+    if status != previous:
+        kube.patch_status(models.API_VERSION, "ImageRepository", metadata["namespace"], metadata["name"], status)
+
+
+def reconcile_and_report(memo: Any, namespace: str, name: str) -> None:
     """Run one pass for a Registry, write its status if it changed, and report transitions."""
     kube: Kube = memo.kube
     operator_settings: settings_module.Settings = memo.settings
@@ -127,7 +144,7 @@ def reconcile_and_report(memo: Any, namespace: str, name: str, logger: Logger) -
             outcome = _stalled_outcome(body, error)
         else:
             outcome = reconciling.reconcile_registry(registry, kube, operator_settings, now)
-        _write_status(kube, body, outcome, now, logger)
+        _write_status(kube, body, outcome, now)
 
 
 def _stalled_outcome(body: Mapping[str, Any], error: StalledError) -> reconciling.Outcome:
@@ -139,7 +156,7 @@ def _stalled_outcome(body: Mapping[str, Any], error: StalledError) -> reconcilin
     )
 
 
-def _write_status(kube: Kube, body: Mapping[str, Any], outcome: reconciling.Outcome, now: datetime.datetime, logger: Logger) -> None:
+def _write_status(kube: Kube, body: Mapping[str, Any], outcome: reconciling.Outcome, now: datetime.datetime) -> None:
     metadata = body["metadata"]
     previous_status = body.get("status") or {}
     previous_conditions = previous_status.get("conditions") or []
@@ -155,19 +172,20 @@ def _write_status(kube: Kube, body: Mapping[str, Any], outcome: reconciling.Outc
         patch.update(status)
         kube.patch_status(models.API_VERSION, "Registry", metadata["namespace"], metadata["name"], patch)
     for changed in conditions.transitions(previous_conditions, merged):
-        _report(kube, body, changed, now, logger)
+        _report(kube, body, changed, now)
     for reason, message in outcome.warnings:
-        logger.warning("%s: %s", reason, message)
+        log.warning("Registry %s/%s: %s: %s", metadata["namespace"], metadata["name"], reason, message)
         kube.post_event(body, "Warning", reason, message, now)
 
 
-def _report(kube: Kube, body: Mapping[str, Any], condition: Mapping[str, Any], now: datetime.datetime, logger: Logger) -> None:
+def _report(kube: Kube, body: Mapping[str, Any], condition: Mapping[str, Any], now: datetime.datetime) -> None:
     kind, status, reason, message = condition["type"], condition["status"], condition["reason"], condition["message"]
+    name = f"{body['metadata']['namespace']}/{body['metadata']['name']}"
     if kind == conditions.STALLED and status == "True":
-        logger.warning("Stalled (%s): %s", reason, message)
+        log.warning("Registry %s is stalled (%s): %s", name, reason, message)
         kube.post_event(body, "Warning", reason, message, now)
     elif kind == conditions.READY and status == "True":
-        logger.info("Ready: %s", message)
+        log.info("Registry %s is ready: %s", name, message)
         kube.post_event(body, "Normal", reason, message, now)
     elif kind == conditions.RECONCILING and status == "True":
         kube.post_event(body, "Normal", reason, message, now)

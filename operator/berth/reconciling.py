@@ -122,7 +122,9 @@ def _reconcile(registry: models.Registry, kube: Kube, settings: Settings, now: d
         "readyReplicas": ready,
         "tls": {"secretName": tls.secret_name, "notAfter": _timestamp(tls.not_after)} if tls.secret_name else None,
     }
-    computed = conditions.registry_conditions(stalled=None, desired_replicas=spec.replicas, ready_replicas=ready, rolled_out=rolled_out)
+    computed = conditions.registry_conditions(
+        stalled=None, desired_replicas=spec.replicas, ready_replicas=ready, rolled_out=rolled_out, problem=deployment_problem(deployment)
+    )
     return Outcome(status=status, conditions=computed, stalled=None, warnings=warnings)
 
 
@@ -156,6 +158,17 @@ def deployment_progress(deployment: Mapping[str, Any]) -> tuple[int, bool]:
     updated = int(status.get("updatedReplicas") or 0) >= desired
     old_gone = int(status.get("replicas") or 0) <= desired
     return ready, observed and updated and old_gone
+
+
+def deployment_problem(deployment: Mapping[str, Any]) -> str | None:
+    """Return what the Deployment controller reports as wrong (pods it cannot create, a stuck rollout), if anything."""
+    for condition in (deployment.get("status") or {}).get("conditions") or ():
+        failing = (condition.get("type") == "ReplicaFailure" and condition.get("status") == "True") or (
+            condition.get("type") == "Progressing" and condition.get("status") == "False"
+        )
+        if failing:
+            return f"Deployment {condition.get('reason')}: {condition.get('message')}"
+    return None
 
 
 def _timestamp(moment: datetime.datetime | None) -> str | None:
@@ -205,7 +218,7 @@ def _check_storage(registry: models.Registry, kube: Kube) -> str | None:
         if missing:
             raise StalledError(
                 conditions.SECRET_KEY_MISSING,
-                f"spec.storage.s3.credentialsSecretRef: Secret {registry.namespace}/{storage.credentials_secret} is missing the key(s) {', '.join(missing)}",
+                f"spec.storage.s3.credentialsSecretRef: Secret {registry.namespace}/{storage.credentials_secret} is missing the key(s) or they are empty: {', '.join(missing)}",
             )
         return storage.credentials_secret
     return None

@@ -68,7 +68,7 @@ def test_secret_tls_example(cluster: Cluster, operator: Any) -> None:
     assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
 
 
-def test_imagerepository_examples(cluster: Cluster) -> None:
+def test_imagerepository_examples(cluster: Cluster, operator: Any) -> None:
     for file in ["imagerepository.yaml", "imagerepository-mirror.yaml"]:
         for doc in _apply_example(cluster, file):
             stored = cluster.get("imagerepository", doc["metadata"]["name"])
@@ -79,3 +79,10 @@ def test_imagerepository_examples(cluster: Cluster) -> None:
     mirror = cluster.get("imagerepository", "nginx-mirror")
     assert mirror["spec"]["replication"]["concurrency"] == 2  # type: ignore[index]
     assert mirror["spec"]["suspend"] is False  # type: ignore[index]
+    ready = wait_for(
+        lambda: [c for c in (cluster.get("imagerepository", "app") or {}).get("status", {}).get("conditions", []) if c["type"] == "Ready"],
+        30,
+        "the ImageRepository's Ready condition",
+    )
+    assert ready[0]["status"] == "False"
+    assert ready[0]["reason"] == "Unsupported"

@@ -57,3 +57,8 @@ def test_transitions_only_changed() -> None:
     second = conditions.merge(first, [conditions.Condition("Ready", True, "Available", ""), conditions.Condition("Stalled", False, "Succeeded", "x")], generation=1, now=LATER)
     assert [item["type"] for item in conditions.transitions(first, second)] == ["Ready"]
     assert conditions.transitions(second, second) == []
+
+
+def test_problem_appended_to_waiting_message() -> None:
+    computed = _by_type(conditions.registry_conditions(stalled=None, desired_replicas=1, ready_replicas=0, rolled_out=False, problem="Deployment FailedCreate: quota"))
+    assert computed["Ready"].message == "0/1 registry pods are ready. Deployment FailedCreate: quota"

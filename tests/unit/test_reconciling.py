@@ -227,3 +227,16 @@ def test_many_users_verified_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(credentials.bcrypt, "checkpw", lambda *args: calls.append(1) or real(*args))
     _run(kube, spec)
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    ("deployment_conditions", "expected"),
+    [
+        ([], None),
+        ([{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "ok"}], None),
+        ([{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "no PriorityClass with name x"}], "Deployment FailedCreate: no PriorityClass with name x"),
+        ([{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "timed out"}], "Deployment ProgressDeadlineExceeded: timed out"),
+    ],
+)
+def test_deployment_problem_table(deployment_conditions: list[dict[str, str]], expected: str | None) -> None:
+    assert reconciling.deployment_problem({"status": {"conditions": deployment_conditions}}) == expected

@@ -2,8 +2,8 @@
 
 An apply whose content equals what is live is a no-op on the API server,
 but it still costs a request per child on every event. berth skips it when
-the live object already has every field berth wants and carries the hash of
-the last applied manifest; a removed field changes the hash, and drift made
+the live object already has every field berth sets and carries the hash of
+the last applied manifest. A removed field changes the hash, and drift made
 by someone else breaks the subset check, so both still trigger an apply.
 """
 
@@ -62,8 +62,8 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     """Decide whether `desired` (already hashed by with_hash) must be applied over `live`."""
     if live is None:
         return True
-    wanted = desired["metadata"]["annotations"][HASH_ANNOTATION]
-    if (live.get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION) != wanted:
+    expected_hash = desired["metadata"]["annotations"][HASH_ANNOTATION]
+    if (live.get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION) != expected_hash:
         return True
     return not is_subset(desired, live)
 
@@ -75,15 +75,15 @@ def foreign_owner(desired: Mapping[str, Any], live: Mapping[str, Any]) -> str | 
     instance and no other controller owns it. Anything else (a user's own
     Secret with the same name, another Registry's child) is left untouched.
     """
-    wanted_labels = desired["metadata"].get("labels") or {}
+    expected_labels = desired["metadata"].get("labels") or {}
     live_metadata = live.get("metadata") or {}
     live_labels = live_metadata.get("labels") or {}
-    wanted_owners = {owner.get("uid") for owner in desired["metadata"].get("ownerReferences") or []}
+    expected_owners = {owner.get("uid") for owner in desired["metadata"].get("ownerReferences") or []}
     for owner in live_metadata.get("ownerReferences") or []:
-        if owner.get("controller") and owner.get("uid") not in wanted_owners:
+        if owner.get("controller") and owner.get("uid") not in expected_owners:
             return f"it is controlled by {owner.get('kind')} {owner.get('name')}"
     for key in ("app.kubernetes.io/managed-by", "app.kubernetes.io/instance"):
-        if live_labels.get(key) != wanted_labels.get(key):
+        if live_labels.get(key) != expected_labels.get(key):
             return f"it was not created by berth for this Registry (label {key} is {live_labels.get(key)!r})"
     return None
 

@@ -67,7 +67,7 @@ def registry_conditions(
     """Compute Ready, Reconciling and Stalled for one Registry pass.
 
     `stalled` is (reason, message) when the pass hit a StalledError;
-    `rolled_out` says the Deployment controller has observed the latest
+    `rolled_out` is true when the Deployment controller has observed the latest
     template and every replica runs it. `problem` is what the Deployment
     controller reports as failing, appended to the waiting message.
     """

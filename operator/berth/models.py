@@ -75,7 +75,7 @@ class IssuerRef:
 
 @dataclasses.dataclass(frozen=True)
 class TlsSpec:
-    """How the registry gets its serving certificate. Durations are in seconds."""
+    """Serving-certificate settings. Durations are in seconds."""
 
     mode: str = "SelfSigned"
     secret_name: str | None = None

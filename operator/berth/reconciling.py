@@ -3,7 +3,7 @@
 `reconcile_registry` is level-triggered and idempotent: it can run after any
 event, after an operator restart, or on the periodic resync, and converges to
 the same children. It never raises for something a human must fix; that
-becomes a Stalled outcome. API failures propagate so Kopf retries with
+becomes a Stalled outcome (StalledError is caught in reconcile_registry). API failures propagate so Kopf retries with
 backoff.
 """
 
@@ -43,7 +43,7 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class _Tls:
-    """What the pods mount for TLS and what clients must trust."""
+    """TLS material: the Secret the pods mount and the CA Secret clients must trust."""
 
     secret_name: str | None
     ca_secret_name: str | None
@@ -79,7 +79,11 @@ def _reconcile(registry: models.Registry, kube: Kube, settings: Settings, now: d
     node_endpoint = _node_endpoint(service)
 
     admin_password = _admin_password(kube, registry)
-    hosts = [endpoint] + ([node_endpoint] if node_endpoint else []) + ([spec.ingress.host] if spec.ingress else [])
+    hosts = [endpoint]
+    if node_endpoint:
+        hosts.append(node_endpoint)
+    if spec.ingress:
+        hosts.append(spec.ingress.host)
     applying.ensure(kube, rendering.secret(
         registry,
         child_names["admin"],

@@ -22,15 +22,19 @@ import secrets
 import shlex
 import socket
 import subprocess
+import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 E2E = pathlib.Path(__file__).resolve().parents[1]
 ROOT = E2E.parent
+if str(E2E) not in sys.path:
+    sys.path.insert(0, str(E2E))
+
+from waiting import wait_for  # noqa: E402  (e2e/ is a folder of scripts, not a package)
 OPERATOR_NAMESPACE = os.environ.get("BERTH_E2E_OPERATOR_NAMESPACE", "berth-system")
 # Time a new Registry gets to become Ready; the local cluster needs about 10 s.
 READY_TIMEOUT = float(os.environ.get("BERTH_E2E_READY_TIMEOUT", "120"))
@@ -40,18 +44,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test here as e2e."""
     for item in items:
         item.add_marker(pytest.mark.e2e)
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def tool(name: str) -> str:

@@ -12,27 +12,15 @@ import contextlib
 import json
 import os
 import pathlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from waiting import wait_for  # e2e/, put on sys.path by tests/conftest.py
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 # Read by berth.handlers at import, so it must be set before the first import.
 os.environ.setdefault("BERTH_RESYNC_SECONDS", "3")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 @pytest.fixture(scope="session")

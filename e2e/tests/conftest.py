@@ -21,12 +21,14 @@ import re
 import secrets
 import shlex
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 E2E = pathlib.Path(__file__).resolve().parents[1]
@@ -175,6 +177,14 @@ class _Forwarder:
         self.server.close()
 
 
+def _registry_answers(url: str, context: ssl.SSLContext) -> bool:
+    """Check that the registry answers its API root (401 without credentials)."""
+    try:
+        return httpx.get(url, verify=context, timeout=5).status_code == 401
+    except httpx.HTTPError:
+        return False
+
+
 def node_address(kubectl: Kubectl) -> str:
     """Return the InternalIP of the first node (on the local cluster, an address inside the node's namespace)."""
     nodes = kubectl.json("get", "nodes")["items"]
@@ -207,6 +217,9 @@ def registry_access(kubectl: Kubectl, namespace: str, name: str, tmp_path: pathl
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         auth_file.write_text(json.dumps({"auths": {host: {"auth": token}}}))
         auth_file.chmod(0o600)
+        # kube-proxy programs a NodePort a moment after the pod turns Ready, so wait until the registry answers through it.
+        context = ssl.create_default_context(cafile=str(ca_dir / "ca.crt"))
+        wait_for(lambda: _registry_answers(f"https://{host}/v2/", context), 60, f"Registry {namespace}/{name} to answer on its NodePort")
         yield Access(host, ca_dir, username, password, auth_file)
     finally:
         forwarder.close()

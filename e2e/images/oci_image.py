@@ -54,7 +54,7 @@ class ImageSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def _tar_info(path: str, kind: bytes, mode: int, size: int = 0, target: str = "") -> tarfile.TarInfo:
+def tar_info(path: str, kind: bytes, mode: int, size: int = 0, target: str = "") -> tarfile.TarInfo:
     info = tarfile.TarInfo(path)
     info.type = kind
     info.linkname = target
@@ -89,15 +89,15 @@ def build_layer(spec: ImageSpec) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as layer:
         for path, (kind, value) in sorted(entries.items()):
             if kind == "dir":
-                layer.addfile(_tar_info(path, tarfile.DIRTYPE, int(value)))
+                layer.addfile(tar_info(path, tarfile.DIRTYPE, int(value)))
             elif kind == "symlink":
-                layer.addfile(_tar_info(path, tarfile.SYMTYPE, 0o777, target=str(value)))
+                layer.addfile(tar_info(path, tarfile.SYMTYPE, 0o777, target=str(value)))
             else:
                 source = str(value)
                 mode = stat.S_IMODE(os.stat(source).st_mode)
                 with open(source, "rb") as handle:
                     data = handle.read()
-                layer.addfile(_tar_info(path, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
+                layer.addfile(tar_info(path, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
     return buffer.getvalue()
 
 
@@ -110,7 +110,7 @@ def _blob(data: bytes, media_type: str) -> tuple[dict[str, object], bytes]:
     return descriptor, data
 
 
-def _json_bytes(value: object) -> bytes:
+def json_bytes(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -147,7 +147,7 @@ def write_archive(spec: ImageSpec, output: str) -> str:
         },
         "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "berth e2e/images/oci_image.py"}],
     }
-    config_descriptor, config_data = _blob(_json_bytes(config), OCI_CONFIG)
+    config_descriptor, config_data = _blob(json_bytes(config), OCI_CONFIG)
 
     manifest = {
         "schemaVersion": 2,
@@ -155,7 +155,7 @@ def write_archive(spec: ImageSpec, output: str) -> str:
         "config": config_descriptor,
         "layers": [layer_descriptor],
     }
-    manifest_descriptor, manifest_data = _blob(_json_bytes(manifest), OCI_MANIFEST)
+    manifest_descriptor, manifest_data = _blob(json_bytes(manifest), OCI_MANIFEST)
 
     tag = spec.name.rsplit(":", 1)[1] if ":" in spec.name.rsplit("/", 1)[-1] else "latest"
     index = {
@@ -177,31 +177,31 @@ def write_archive(spec: ImageSpec, output: str) -> str:
     }
     temporary = output + ".tmp"
     with tarfile.open(temporary, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        archive.addfile(_tar_info("blobs", tarfile.DIRTYPE, 0o755))
-        archive.addfile(_tar_info("blobs/sha256", tarfile.DIRTYPE, 0o755))
+        archive.addfile(tar_info("blobs", tarfile.DIRTYPE, 0o755))
+        archive.addfile(tar_info("blobs/sha256", tarfile.DIRTYPE, 0o755))
         for digest, data in sorted(blobs.items()):
             path = "blobs/sha256/" + digest.split(":", 1)[1]
-            archive.addfile(_tar_info(path, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+            archive.addfile(tar_info(path, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
         for path, data in (
-            ("oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"})),
-            ("index.json", _json_bytes(index)),
+            ("oci-layout", json_bytes({"imageLayoutVersion": "1.0.0"})),
+            ("index.json", json_bytes(index)),
         ):
-            archive.addfile(_tar_info(path, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+            archive.addfile(tar_info(path, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
     os.replace(temporary, output)
     return str(manifest_descriptor["digest"])
 
 
-def _key_value(text: str, option: str) -> tuple[str, str]:
+def key_value(text: str, option: str) -> tuple[str, str]:
     if "=" not in text:
-        raise SystemExit(f"oci_image: invalid {option} {text!r}: expected KEY=VALUE")
+        raise SystemExit(f"invalid {option} {text!r}: expected KEY=VALUE")
     key, value = text.split("=", 1)
     return key, value
 
 
-def _json_list(text: str, option: str) -> list[str]:
+def json_list(text: str, option: str) -> list[str]:
     value = json.loads(text)
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise SystemExit(f"oci_image: invalid {option} {text!r}: expected a JSON list of strings")
+        raise SystemExit(f"invalid {option} {text!r}: expected a JSON list of strings")
     return value
 
 
@@ -227,7 +227,7 @@ def main(argv: list[str]) -> int:
     spec = ImageSpec(name=args.name, workdir=args.workdir, user=args.user, env=args.env,
                      exposed_ports=args.expose)
     for item in args.file:
-        destination, source = _key_value(item, "--file")
+        destination, source = key_value(item, "--file")
         if not os.path.isfile(source):
             raise SystemExit(f"oci_image: --file source {source!r} not found")
         spec.files[destination] = source
@@ -235,15 +235,15 @@ def main(argv: list[str]) -> int:
         path, _, mode = item.partition("=")
         spec.directories[path] = int(mode or "755", 8)
     for item in args.symlink:
-        path, target = _key_value(item, "--symlink")
+        path, target = key_value(item, "--symlink")
         spec.symlinks[path] = target
     for item in args.label:
-        key, value = _key_value(item, "--label")
+        key, value = key_value(item, "--label")
         spec.labels[key] = value
     if args.entrypoint:
-        spec.entrypoint = _json_list(args.entrypoint, "--entrypoint")
+        spec.entrypoint = json_list(args.entrypoint, "--entrypoint")
     if args.cmd:
-        spec.cmd = _json_list(args.cmd, "--cmd")
+        spec.cmd = json_list(args.cmd, "--cmd")
 
     digest = write_archive(spec, args.output)
     print(f"{spec.name} {digest} {args.output}")

@@ -35,6 +35,10 @@ import tarfile
 from collections.abc import Iterator
 from typing import BinaryIO
 
+# The archive and argument helpers are shared with the single-layer writer one folder up.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from oci_image import json_bytes, json_list, key_value, tar_info  # noqa: E402
+
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -117,21 +121,8 @@ def write_layer(root: str, paths: list[str], empty: list[str], output: str) -> d
     return descriptor
 
 
-def _json_bytes(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-
-
 def _descriptor(data: bytes, media_type: str) -> dict[str, object]:
     return {"mediaType": media_type, "digest": "sha256:" + hashlib.sha256(data).hexdigest(), "size": len(data)}
-
-
-def _tar_info(path: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(path)
-    info.type = kind
-    info.mode = mode
-    info.size = size
-    info.mtime = 0
-    return info
 
 
 def write_image(name: str, layers: list[str], runtime: dict[str, object], architecture: str, output: str) -> str:
@@ -148,14 +139,14 @@ def write_image(name: str, layers: list[str], runtime: dict[str, object], archit
         "rootfs": {"type": "layers", "diff_ids": [layer["diff_id"] for layer in layer_descriptors]},
         "history": [{"created": EPOCH, "created_by": f"berth e2e/images/operator/oci_layers.py {os.path.basename(path)}"} for path in layers],
     }
-    config_data = _json_bytes(config)
+    config_data = json_bytes(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": _descriptor(config_data, OCI_CONFIG),
         "layers": [{"mediaType": OCI_LAYER_GZIP, "digest": layer["digest"], "size": layer["size"]} for layer in layer_descriptors],
     }
-    manifest_data = _json_bytes(manifest)
+    manifest_data = json_bytes(manifest)
     manifest_descriptor = _descriptor(manifest_data, OCI_MANIFEST)
     tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
     index = {
@@ -172,8 +163,8 @@ def write_image(name: str, layers: list[str], runtime: dict[str, object], archit
 
     temporary = output + ".tmp"
     with tarfile.open(temporary, mode="w", format=tarfile.PAX_FORMAT) as archive:
-        archive.addfile(_tar_info("blobs", tarfile.DIRTYPE, 0o755))
-        archive.addfile(_tar_info("blobs/sha256", tarfile.DIRTYPE, 0o755))
+        archive.addfile(tar_info("blobs", tarfile.DIRTYPE, 0o755))
+        archive.addfile(tar_info("blobs/sha256", tarfile.DIRTYPE, 0o755))
         blobs: dict[str, tuple[str | None, bytes]] = {
             str(layer["digest"]): (path, b"") for path, layer in zip(layers, layer_descriptors)
         }
@@ -182,36 +173,22 @@ def write_image(name: str, layers: list[str], runtime: dict[str, object], archit
         for digest, (path, data) in sorted(blobs.items()):
             entry = "blobs/sha256/" + digest.split(":", 1)[1]
             if path is None:
-                archive.addfile(_tar_info(entry, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+                archive.addfile(tar_info(entry, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
             else:
                 with open(path, "rb") as handle:
-                    archive.addfile(_tar_info(entry, tarfile.REGTYPE, 0o644, os.fstat(handle.fileno()).st_size), handle)
-        for entry, data in (("oci-layout", _json_bytes({"imageLayoutVersion": "1.0.0"})), ("index.json", _json_bytes(index))):
-            archive.addfile(_tar_info(entry, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
+                    archive.addfile(tar_info(entry, tarfile.REGTYPE, 0o644, os.fstat(handle.fileno()).st_size), handle)
+        for entry, data in (("oci-layout", json_bytes({"imageLayoutVersion": "1.0.0"})), ("index.json", json_bytes(index))):
+            archive.addfile(tar_info(entry, tarfile.REGTYPE, 0o644, len(data)), io.BytesIO(data))
     os.replace(temporary, output)
     return str(manifest_descriptor["digest"])
-
-
-def _key_value(text: str, option: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise SystemExit(f"oci_layers: invalid {option} {text!r}: expected KEY=VALUE")
-    key, value = text.split("=", 1)
-    return key, value
-
-
-def _json_list(text: str, option: str) -> list[str]:
-    value = json.loads(text)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise SystemExit(f"oci_layers: invalid {option} {text!r}: expected a JSON list of strings")
-    return value
 
 
 def _runtime_config(args: argparse.Namespace) -> dict[str, object]:
     runtime: dict[str, object] = {}
     if args.entrypoint:
-        runtime["Entrypoint"] = _json_list(args.entrypoint, "--entrypoint")
+        runtime["Entrypoint"] = json_list(args.entrypoint, "--entrypoint")
     if args.cmd:
-        runtime["Cmd"] = _json_list(args.cmd, "--cmd")
+        runtime["Cmd"] = json_list(args.cmd, "--cmd")
     if args.env:
         runtime["Env"] = args.env
     if args.expose:
@@ -221,7 +198,7 @@ def _runtime_config(args: argparse.Namespace) -> dict[str, object]:
     if args.user:
         runtime["User"] = args.user
     if args.label:
-        runtime["Labels"] = dict(_key_value(item, "--label") for item in args.label)
+        runtime["Labels"] = dict(key_value(item, "--label") for item in args.label)
     return runtime
 
 

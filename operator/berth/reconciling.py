@@ -2,9 +2,9 @@
 
 `reconcile_registry` is level-triggered and idempotent: it can run after any
 event, after an operator restart, or on the periodic resync, and converges to
-the same children. It never raises for something a human must fix; that
-becomes a Stalled outcome (StalledError is caught in reconcile_registry). API failures propagate so Kopf retries with
-backoff.
+the same children. Problems a human must fix are raised inside as
+StalledError and returned as a Stalled outcome. Other API failures propagate,
+so the caller's retry (Kopf's backoff or the next resync) handles them.
 """
 
 from __future__ import annotations
@@ -290,11 +290,11 @@ def _self_signed_tls(registry: models.Registry, kube: Kube, settings: Settings, 
 
     # The CA is kept for as long as it is valid, so clients keep trusting renewed serving certificates.
     stored_ca = _secret_data(kube.get("v1", "Secret", registry.namespace, child_names["ca_key"]))
-    # The public CA Secret outlives a deleted key Secret, so either one shows that clients trust an older CA.
-    ca_existed = bool(stored_ca) or kube.get("v1", "Secret", registry.namespace, child_names["ca"]) is not None
     ca = certificates.KeyPair(stored_ca.get("tls.crt", b""), stored_ca.get("tls.key", b""))
     if not certificates.is_valid_ca(ca, now):
         logger.info("Creating a new CA for Registry %s/%s", registry.namespace, registry.name)
+        # The public CA Secret outlives a deleted key Secret, so either one shows that clients trust an older CA.
+        ca_existed = bool(stored_ca) or kube.get("v1", "Secret", registry.namespace, child_names["ca"]) is not None
         ca = certificates.make_ca(f"berth {registry.namespace}/{registry.name} CA", now)
         if ca_existed:
             warnings.append((

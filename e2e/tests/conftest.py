@@ -178,7 +178,7 @@ class _Forwarder:
 
 
 def _registry_answers(url: str, context: ssl.SSLContext) -> bool:
-    """Check that the registry answers its API root (401 without credentials)."""
+    """Check that the registry serves its API root (401 without credentials)."""
     try:
         return httpx.get(url, verify=context, timeout=5).status_code == 401
     except httpx.HTTPError:
@@ -217,7 +217,7 @@ def registry_access(kubectl: Kubectl, namespace: str, name: str, tmp_path: pathl
         token = base64.b64encode(f"{username}:{password}".encode()).decode()
         auth_file.write_text(json.dumps({"auths": {host: {"auth": token}}}))
         auth_file.chmod(0o600)
-        # kube-proxy programs a NodePort a moment after the pod turns Ready, so wait until the registry answers through it.
+        # kube-proxy programs a NodePort a moment after the pod turns Ready, so wait until the registry responds through it.
         context = ssl.create_default_context(cafile=str(ca_dir / "ca.crt"))
         wait_for(lambda: _registry_answers(f"https://{host}/v2/", context), 60, f"Registry {namespace}/{name} to answer on its NodePort")
         yield Access(host, ca_dir, username, password, auth_file)

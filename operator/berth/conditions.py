@@ -1,7 +1,7 @@
 """Condition types, reasons, and the pure logic that merges and compares them.
 
 Every reason berth writes is a constant here, so this module doubles as the
-reference for what a condition can say (docs/reference.md lists them too).
+reference for every reason a condition can carry (docs/reference.md lists them too).
 Conditions follow the Kubernetes API conventions: `lastTransitionTime` moves
 only when `status` changes.
 """
@@ -66,7 +66,7 @@ def registry_conditions(
 ) -> list[Condition]:
     """Compute Ready, Reconciling and Stalled for one Registry pass.
 
-    `stalled` is (reason, message) when the pass hit a StalledError;
+    `stalled` is (reason, message) when the pass hit a StalledError.
     `rolled_out` is true when the Deployment controller has observed the latest
     template and every replica runs it. `problem` is what the Deployment
     controller reports as failing, appended to the waiting message.

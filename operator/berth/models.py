@@ -1,7 +1,7 @@
 """Typed models of the custom resources, parsed once at the edge.
 
 The CRD schemas in crds/ are the source of truth: the API server has already
-validated the object and applied schema defaults before berth sees it. The
+validated the object and applied schema defaults before berth receives it. The
 parsers here still fall back to the same defaults, so a model built from a
 partial dict (unit tests, an object stored before a default was added) means
 the same thing. tests/unit/test_models.py checks these fields against the CRDs.
